@@ -294,16 +294,16 @@ def write_cifar10_batches(folder: str | Path, images: np.ndarray, labels: np.nda
     names = [f"data_batch_{i + 1}" for i in range(n_train_batches)] + ["test_batch"]
     written = []
     for name, idx in zip(names, chunks):
-        entry = {
-            b"batch_label": name.encode(),
-            b"labels": [int(v) for v in labels[idx]],
-            b"data": images[idx].transpose(0, 3, 1, 2).reshape(len(idx), -1),
-            b"filenames": [f"{name}_{i}.png".encode() for i in idx],
+        entry = {  # the keys and layout of the real batches (channel-major rows of 3072 bytes)
+            "batch_label": f"{name} of 6",
+            "labels": [int(v) for v in labels[idx]],
+            "data": np.ascontiguousarray(images[idx].transpose(0, 3, 1, 2).reshape(len(idx), -1)),
+            "filenames": [f"{name}_{i}.png" for i in idx],
         }
         path = folder / name
         path.write_bytes(pickle.dumps(entry, protocol=2))
         written.append((name, hashlib.md5(path.read_bytes()).hexdigest()))
-    meta = {b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": len(chunks[0])}
+    meta = {"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": len(chunks[0]), "num_vis": 3072}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     written.append(("batches.meta", hashlib.md5((folder / "batches.meta").read_bytes()).hexdigest()))
     return written
