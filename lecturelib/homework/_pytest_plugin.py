@@ -9,7 +9,6 @@ the test's assertion line) so nobody has to read a pytest traceback.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import signal
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from lecturelib.homework.exercises import match_test
 
 MAX_LINES, MAX_CHARS = 14, 1500
 
@@ -74,9 +75,8 @@ class _Recorder:
     def pytest_collection_modifyitems(self, session, config, items):
         keep, drop = [], []
         for item in items:
-            base = item.name.split("[", 1)[0]
             ok = item.nodeid not in self.skip and (
-                self.select is None or any(fnmatch.fnmatchcase(base, p) for p in self.select)
+                self.select is None or any(match_test(p, item.name) for p in self.select)
             )
             (keep if ok else drop).append(item)
         if drop:

@@ -12,7 +12,7 @@ from .runner import RunReport, TestResult
 @dataclass
 class ExerciseResult:
     exercise: Exercise
-    status: str  # pass | partial | fail | todo | error | no tests
+    status: str  # pass | partial | fail | todo | blocked | error | no tests
     passed: int
     total: int
     points: float
@@ -60,6 +60,9 @@ def score(exercises: Sequence[Exercise], report: RunReport, expected: Sequence[s
             status = "pass"
         elif any(r.kind == "todo" and f"Exercise {ex.name} " in r.message for r in failures):
             status = "todo"
+        elif all(r.kind == "todo" for r in failures):
+            others = sorted({_todo_name(r.message) for r in failures} - {ex.name})
+            status, note = "blocked", f"its tests first call {', '.join(others)}: implement that first"
         elif broken and passed == 0:
             status, note = "error", broken[0]
         else:
@@ -69,7 +72,13 @@ def score(exercises: Sequence[Exercise], report: RunReport, expected: Sequence[s
     return out
 
 
-LABEL = {"pass": "PASS", "partial": "PART", "fail": "FAIL", "todo": "TODO", "error": "ERR ", "no tests": "????"}
+def _todo_name(message: str) -> str:
+    """``lecturelib.x.f`` from a stub's ``Exercise lecturelib.x.f (2 points): ...`` message."""
+    parts = message.split()
+    return parts[1] if len(parts) > 1 else "?"
+
+
+LABEL = {"blocked": "WAIT", "pass": "PASS", "partial": "PART", "fail": "FAIL", "todo": "TODO", "error": "ERR ", "no tests": "????"}
 
 
 def _indent(text: str, pad: str) -> str:
@@ -79,7 +88,7 @@ def _indent(text: str, pad: str) -> str:
 def explain(r: TestResult) -> str:
     """A failing test in a few lines: what was checked, where the student's code stopped, why."""
     if r.kind == "todo":
-        return f"{r.name}: not implemented yet"
+        return f"{r.name}: {_todo_name(r.message)} is not implemented yet"
     if r.kind == "notrun":
         return f"{r.name}: not run: {r.message}"
     head = {"timeout": "too slow", "crash": "crashed", "output": "too much output"}.get(r.kind, "failed")
