@@ -343,7 +343,8 @@ def test_grade_reference_full_release_zero_and_hostile_submissions(toy, toy_rele
     lines = []
     out = tmp_path / "grades.csv"
     settings = GradeSettings(test_timeout=2, total_timeout=60, max_output=200_000, max_file_bytes=2**20)
-    totals = grade(subs, out, reference=toy, exercises=TOY_EXERCISES, settings=settings, log=lines.append)
+    totals = grade(subs, out, reference=toy, exercises=TOY_EXERCISES, settings=settings, jobs=2,
+                   log=lines.append)
     assert sorted(str(p) for p in subs.rglob("*")) == before  # submissions untouched
     assert not (tmp_path / "evil.py").exists()
 
@@ -382,3 +383,100 @@ def test_grade_ignores_edited_tests_and_helpers(toy, toy_release, tmp_path):
     totals = grade(subs, tmp_path / "g.csv", reference=toy, exercises=TOY_EXERCISES, settings=FAST,
                    log=lambda s: None)
     assert totals == {"cheat": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# The real book: the declaration in lecturelib/homework/exercises.py.
+
+@pytest.fixture(scope="module")
+def book_release(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bookrelease") / "student"
+    release(out)
+    return out
+
+
+def test_book_release_stubs_every_declared_exercise(book_release):
+    assert EXERCISES, "no exercises declared"
+    for ex in EXERCISES:
+        orig = ast.parse((ROOT / ex.path).read_text())
+        stub = ast.parse((book_release / ex.path).read_text())
+        a, b = _def(orig, ex.qualname), _def(stub, ex.qualname)
+        assert ast.dump(a.args) == ast.dump(b.args), ex.name
+        assert ast.get_docstring(a) == ast.get_docstring(b), ex.name
+        assert [type(s) for s in b.body] == [ast.Expr, ast.Raise], ex.name
+        assert f"Exercise {ex.name} " in ast.literal_eval(b.body[1].exc.args[0])
+    readme = (book_release / "HOMEWORK.md").read_text()
+    assert all(f"`{ex.name}`" in readme for ex in EXERCISES)
+    assert f"Total: {sum(e.points for e in EXERCISES):g} points" in readme
+
+
+def test_book_release_leaves_hidden_tests_behind_and_clears_notebooks(book_release):
+    import nbformat
+
+    assert (ROOT / "homework" / "hidden_tests").is_dir()
+    assert not (book_release / "homework").exists() and not (book_release / ".git").exists()
+    assert not list(book_release.rglob("*hidden*"))
+    for ch in chapters(EXERCISES):
+        assert (book_release / public_test_file(ch)).read_text() == (ROOT / public_test_file(ch)).read_text()
+    for nb_path in book_release.rglob("*.ipynb"):
+        nb = nbformat.read(nb_path, as_version=4)
+        nbformat.validate(nb)
+        assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+
+
+def test_book_release_installs(book_release, tmp_path):
+    """The student copy builds as a package (pyproject) and carries the exercise modules."""
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                          "--no-index", "-q", "-w", str(tmp_path), str(book_release)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (wheel,) = tmp_path.glob("lecturelib-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {ex.path for ex in EXERCISES} <= names
+
+
+def test_every_exercise_has_public_and_hidden_tests(tmp_path):
+    from lecturelib.homework.grade import build_base, default_hidden_dir
+    from lecturelib.homework.exercises import hidden_test_file
+
+    base = tmp_path / "base"
+    build_base(ROOT, default_hidden_dir(ROOT), base)
+    files = [f for ch in chapters(EXERCISES) for f in (public_test_file(ch), f"tests_hidden/{hidden_test_file(ch)}")]
+    rep = collect(base, files, sorted({p for e in EXERCISES for p in e.test_patterns}))
+    assert not rep.collect_errors and not rep.problems, (rep.collect_errors, rep.problems)
+    for ex in EXERCISES:
+        mine = [i for i in rep.collected if ex.covers(i.rsplit("::", 1)[-1])]
+        assert any(i.startswith(public_test_file(ex.chapter)) for i in mine), f"{ex.name}: no public tests"
+        assert any(i.startswith("tests_hidden/") for i in mine), f"{ex.name}: no hidden tests"
+
+
+# A few exercises whose tests are fast; the full declaration is checked the same way by
+# `python -m lecturelib.homework grade` on the reference and the release (see instructors.md).
+SUBSET = ("lecturelib.second_order.lbfgs_direction", "lecturelib.regularization.dropout_backward")
+
+
+def test_reference_scores_full_marks_and_untouched_release_zero(book_release, tmp_path):
+    subset = [e for e in EXERCISES if e.name in SUBSET]
+    assert len(subset) == len(SUBSET)
+    subs = tmp_path / "subs"
+    for who, src in [("reference", ROOT), ("untouched", book_release)]:
+        (subs / who / "lecturelib").mkdir(parents=True)
+        for e in subset:
+            shutil.copy2(src / e.path, subs / who / e.path)
+    out = tmp_path / "grades.csv"
+    totals = grade(subs, out, exercises=subset, settings=GradeSettings(test_timeout=120, total_timeout=400),
+                   jobs=2, log=lambda s: None)
+    full = sum(e.points for e in subset)
+    rows = list(csv.DictReader(open(out)))
+    assert totals == {"reference": full, "untouched": 0}, rows
+    assert all(r["status"] in ("todo", "blocked") for r in rows if r["student"] == "untouched")
+
+
+def test_instructors_page_lists_the_declaration():
+    page = (ROOT / "instructors.md").read_text()
+    for ex in EXERCISES:
+        assert f"`{ex.name}` ({ex.points:g})" in page, f"instructors.md does not list {ex.name}"
+    total = sum(e.points for e in EXERCISES)
+    assert f"{len(EXERCISES)} exercises worth {total:g} points" in page
+    for command in ("release OUT_DIR", "check [CHAPTER]", "grade SUBMISSIONS_DIR --out grades.csv"):
+        assert f"python -m lecturelib.homework {command}" in page
