@@ -28,13 +28,14 @@ def check(
     test_timeout: float = 120.0,
     total_timeout: float = 1800.0,
 ) -> tuple[list[ExerciseResult], str]:
-    """Run the public tests of ``chapter`` (or all chapters with exercises); return the results
-    per exercise and the text report."""
+    """Run the public tests that score the exercises of ``chapter`` (or of all chapters); return
+    the results per exercise and the text report."""
     root = Path(root) if root is not None else find_root()
     chosen = select(exercises, chapter)
     files = [public_test_file(ch) for ch in chapters(chosen)]
     missing = [f for f in files if not (root / f).is_file()]
-    report = run_tests(root, files, test_timeout=test_timeout, total_timeout=total_timeout,
+    patterns = sorted({p for e in chosen for p in e.test_patterns})  # only the tests that score
+    report = run_tests(root, files, patterns, test_timeout=test_timeout, total_timeout=total_timeout,
                        max_output=50_000_000, max_file_bytes=2**40)
     results = score(chosen, report)
     text = render(results, show_points=True)
