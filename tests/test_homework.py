@@ -416,6 +416,7 @@ def test_book_release_leaves_hidden_tests_behind_and_clears_notebooks(book_relea
     assert (ROOT / "homework" / "hidden_tests").is_dir()
     assert not (book_release / "homework").exists() and not (book_release / ".git").exists()
     assert not list(book_release.rglob("*hidden*"))
+    assert not (book_release / "tests" / "test_homework.py").exists()  # instructor-only machinery tests
     for ch in chapters(EXERCISES):
         assert (book_release / public_test_file(ch)).read_text() == (ROOT / public_test_file(ch)).read_text()
     for nb_path in book_release.rglob("*.ipynb"):

@@ -22,6 +22,8 @@ from .exercises import EXERCISES, Exercise, chapters, public_test_file, validate
 # Never copied into the student copy: instructor-only material and machine-local state.
 EXCLUDED_TOP = {".git", ".ci", ".github", "homework", "_build", ".venv", ".jupyter_cache", ".cache",
                 ".whl", ".gl", "reports"}
+# The homework machinery's own tests compare the reference with the release: instructor-only too.
+EXCLUDED_FILES = {"tests/test_homework.py"}
 EXCLUDED_NAMES = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".DS_Store"}
 EXCLUDED_SUFFIXES = (".pyc", ".egg-info")
 
@@ -133,7 +135,8 @@ def _files(root: Path) -> list[Path]:
 def _excluded(rel: Path) -> bool:
     parts = rel.parts
     return (
-        parts[0] in EXCLUDED_TOP
+        rel.as_posix() in EXCLUDED_FILES
+        or parts[0] in EXCLUDED_TOP
         or any(p in EXCLUDED_NAMES or p.endswith(EXCLUDED_SUFFIXES) for p in parts)
     )
 
