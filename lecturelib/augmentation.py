@@ -157,17 +157,18 @@ def crop(x: Tensor, top: Tensor | int, left: Tensor | int, height: int, width: i
 
 
 def random_crop(x: Tensor, size: int | Sequence[int], padding: int = 0,
-                generator: torch.Generator | None = None) -> Tensor:
-    """Zero-pad by ``padding`` pixels on every side, then cut a random ``size`` window per image.
+                generator: torch.Generator | None = None, fill: float = 0.0) -> Tensor:
+    """Pad by ``padding`` pixels of value ``fill`` on every side, then cut a random ``size`` window
+    per image (a random translation by up to ``padding`` pixels when ``size`` is the image size).
 
-    Same as ``torchvision.transforms.v2.RandomCrop(size, padding)`` applied to each image.
+    Same as ``torchvision.transforms.v2.RandomCrop(size, padding, fill=fill)`` on each image.
     """
     if not isinstance(padding, int) or padding < 0:
         raise ValueError(f"padding must be a non-negative int, got {padding!r}")
     xb, single = _as_batch(x)
     th, tw = _pair(size)
     if padding:
-        xb = F.pad(xb, (padding, padding, padding, padding))
+        xb = F.pad(xb, (padding, padding, padding, padding), value=fill)
     n, _, h, w = xb.shape
     if th > h or tw > w:
         raise ValueError(f"crop size {(th, tw)} is larger than the (padded) image {(h, w)}")

@@ -332,3 +332,9 @@ def test_cuda_matches_cpu_with_a_cpu_generator():
                lambda t, g: A.color_jitter(t, 0.4, 0.4, 0.4, g),
                lambda t, g: A.random_affine(t, 20, 0.1, generator=g)]:
         torch.testing.assert_close(fn(x.cuda(), gen(0)).cpu(), fn(x, gen(0)), atol=1e-5, rtol=0)
+
+
+def test_random_crop_fill_value():
+    x = torch.full((2, 1, 6, 6), 5.0)
+    out = A.random_crop(x, 6, padding=3, generator=gen(0), fill=-1.0)
+    assert set(out.unique().tolist()) <= {5.0, -1.0} and (out == -1.0).any()
