@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Stored outputs and nbval comparisons are made at quick scale without progress bars.
-NBENV  := LECTURELIB_PROGRESS=0 MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
+NBENV  := LECTURELIB_PROGRESS=0 PYDEVD_DISABLE_FILE_VALIDATION=1
 NB     ?= chapters/01_normalization.ipynb
 
 .PHONY: book test unit nbval notebook notebooks site-check data venv benchmark clean

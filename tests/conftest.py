@@ -1,4 +1,4 @@
-"""Shared test setup: quick scale, no progress bars, headless matplotlib.
+"""Shared test setup: quick scale, no progress bars.
 
 These are set before any notebook kernel starts, so nbval's kernels inherit them too.
 """
@@ -9,7 +9,6 @@ from pathlib import Path
 
 os.environ.setdefault("LECTURELIB_SCALE", "quick")
 os.environ.setdefault("LECTURELIB_PROGRESS", "0")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
