@@ -164,6 +164,27 @@ EXERCISES: tuple[Exercise, ...] = (
         "per-channel dgamma, dbeta over axes (0, 2, 3); push dout * gamma through normalize_backward in "
         "the grouped shape stored in the cache, then reshape back.",
         "test_groupnorm_gradients_and_match_torch*", "test_groupnorm_backward_*"),
+    # --- 02 optim: the update rules (in place on x and the state tensors) -------------------
+    _ex("lecturelib.optim.sgd_update", 1, "x -= lr * dx, in place (x.add_).",
+        "test_trajectory_equals_torch[sgd*]", "test_sgd_update_*"),
+    _ex("lecturelib.optim.sgd_momentum_update", 1,
+        "v = rho * v + dx, then x -= lr * v; both in place.",
+        "test_trajectory_equals_torch[momentum]", "test_momentum_with_schedule_equals_torch[False]",
+        "test_sgd_momentum_update_*"),
+    _ex("lecturelib.optim.sgd_nesterov_update", 2,
+        "keep old_b = b.clone(); b = rho * b + dx; x += lr * (rho * old_b - (1 + rho) * b).",
+        "test_trajectory_equals_torch[nesterov]", "test_momentum_with_schedule_equals_torch[True]",
+        "test_nesterov_two_forms_agree", "test_sgd_nesterov_update_*"),
+    _ex("lecturelib.optim.adagrad_update", 1,
+        "grad_squared += dx * dx; x -= lr * dx / (sqrt(grad_squared) + eps); in place.",
+        "test_trajectory_equals_torch[adagrad*]", "test_adagrad_update_*"),
+    _ex("lecturelib.optim.rmsprop_update", 1,
+        "grad_squared = alpha * grad_squared + (1 - alpha) * dx * dx; x -= lr * dx / (sqrt(grad_squared) + eps).",
+        "test_trajectory_equals_torch[rmsprop*]", "test_rmsprop_update_*"),
+    _ex("lecturelib.optim.adam_update", 2,
+        "first and second moments, bias-corrected by 1 - beta ** t (t starts at 1: reject t < 1 with "
+        "ValueError), then x -= lr * m_hat / (sqrt(v_hat) + eps).",
+        "test_trajectory_equals_torch[adam*]", "test_adam_first_step_is_lr_times_sign", "test_adam_update_*"),
     # --- 03 second order: L-BFGS --------------------------------------------------------------
     _ex("lecturelib.second_order.lbfgs_direction", 4,
         "two loops (Nocedal & Wright, Algorithm 7.4): newest to oldest compute alpha_i = rho_i s_i.q and "
