@@ -11,6 +11,16 @@ from lecturelib import problems2d as p2
 from lecturelib.gradcheck import numerical_gradient, rel_error
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The models here are tiny: one intra-op thread is fastest, and avoids thread contention
+    on a loaded machine (it made these tests 50x slower on a shared 2-core CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(seed=0, dtype=torch.float64):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).to(dtype)
