@@ -246,6 +246,16 @@ def test_stub_source_rejects_missing_docstring_and_bad_declarations():
     assert [e.name for e in select(TOY_EXERCISES, "01_toy")] == [e.name for e in TOY_EXERCISES]
     with pytest.raises(ValueError, match="chapters with exercises: toy"):
         select(TOY_EXERCISES, "optimz")
+    assert [e.name for e in select(TOY_EXERCISES, "Counter.step")] == ["lecturelib.toy.Counter.step"]
+
+
+def test_check_accepts_module_notebook_and_exercise_names():
+    optim = [e.name for e in EXERCISES if e.chapter == "optim"]
+    assert optim
+    for key in ("optim", "02_optimization", "chapters/02_optimization.ipynb", "test_optim"):
+        assert [e.name for e in select(EXERCISES, key)] == optim
+    assert [e.name for e in select(EXERCISES, "adam_update")] == ["lecturelib.optim.adam_update"]
+    assert [e.name for e in select(EXERCISES, "dropout")] == ["lecturelib.regularization.dropout"]
 
 
 # --- check -----------------------------------------------------------------------------------

@@ -107,12 +107,21 @@ def chapters(exercises: Sequence[Exercise]) -> list[str]:
 
 
 def select(exercises: Sequence[Exercise], chapter: str | None) -> list[Exercise]:
-    """The exercises of one chapter (``optim``, ``02_optim``, ``test_optim``) or all of them."""
+    """The exercises of one chapter or all of them. ``chapter``: the module (``optim``), the
+    notebook (``02_optimization``, ``chapters/02_optimization.ipynb``), the test file
+    (``test_optim``) or one exercise (``adam_update``); ``None`` or ``all``: every exercise."""
     if chapter is None or chapter in ("all", ""):
         return list(exercises)
     key = chapter.strip().removesuffix(".py").removesuffix(".ipynb").rsplit("/", 1)[-1]
     key = key.removeprefix("test_").lstrip("0123456789").lstrip("_")
-    chosen = [e for e in exercises if e.chapter == key or e.name == chapter or e.function == chapter]
+
+    def fits(e: Exercise) -> bool:
+        if chapter in (e.name, e.function, e.qualname) or key == e.chapter:
+            return True
+        return len(key) >= 4 and (key.startswith(e.chapter) or e.chapter.startswith(key))
+
+    chosen = [e for e in exercises if chapter in (e.name, e.function, e.qualname)] or \
+        [e for e in exercises if fits(e)]
     if not chosen:
         raise ValueError(
             f"no exercises in chapter {chapter!r}; chapters with exercises: {', '.join(chapters(exercises))}"
