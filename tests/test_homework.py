@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import json
 import os
 import shutil
 import subprocess
@@ -21,8 +20,7 @@ from lecturelib.homework import exercises as hw_exercises
 from lecturelib.homework.exercises import EXERCISES, Exercise, chapters, public_test_file, select
 from lecturelib.homework.grade import GradeSettings, grade
 from lecturelib.homework.release import ReleaseError, release, repo_root, stub_source
-from lecturelib.homework.runner import collect, run_tests
-from lecturelib.homework.scoring import render, score
+from lecturelib.homework.runner import collect
 
 ROOT = repo_root()
 

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import textwrap
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from .exercises import EXERCISES, Exercise, chapters, public_test_file, validate
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,9 @@ PLUGIN = "lecturelib.homework._pytest_plugin"
 
 @dataclass
 class TestResult:
+    """One test's outcome, condensed for people (no traceback)."""
+
+    __test__ = False  # not a pytest test class
     nodeid: str
     file: str
     name: str
@@ -151,8 +155,6 @@ def run_tests(
         else:
             report.problems.append(f"gave up after {max_restarts} restarts")
     finally:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
     report.results = list(done.values())
     return report
