@@ -216,9 +216,7 @@ def normalize(x: Tensor, dims: Sequence[int], eps: float) -> tuple[Tensor, Tenso
 
     Returns ``(xhat, mean, var)`` with ``mean``/``var`` (biased) keeping ``dims`` as size 1.
     """
-    dims = tuple(dims)
-    mean = x.mean(dim=dims, keepdim=True)
-    var = x.var(dim=dims, unbiased=False, keepdim=True)
+    var, mean = torch.var_mean(x, dim=tuple(dims), unbiased=False, keepdim=True)
     return (x - mean) * torch.rsqrt(var + eps), mean, var
 
 
@@ -354,7 +352,154 @@ class LayerNorm(nn.Module):
         return f"{self.normalized_shape}, eps={self.eps}"
 
 
+class PerWorkerBatchNorm(BatchNorm):
+    """Batch norm as data-parallel training computes it without synchronization: the batch is
+    split into chunks of ``images_per_worker`` (one per "GPU") and each chunk is normalized with
+    its own statistics. This is the "batch size" of Wu & He's figure (images per worker, the
+    optimizer still averaging gradients over the whole batch). Running averages are updated with
+    the mean of the workers' statistics. Eval mode is plain ``BatchNorm``.
+
+    Input ``(N, C, ...)`` with ``N`` a multiple of ``images_per_worker``.
+    """
+
+    def __init__(self, num_features: int, images_per_worker: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(num_features, eps, momentum)
+        if not isinstance(images_per_worker, int) or images_per_worker < 1:
+            raise ValueError(f"images_per_worker must be a positive int, got {images_per_worker!r}")
+        if momentum is None:
+            raise ValueError("PerWorkerBatchNorm needs a float momentum")
+        self.images_per_worker = images_per_worker
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return super().forward(x)
+        self._check_input(x, 2, "(N, C, ...)")
+        n, b = x.shape[0], self.images_per_worker
+        if n % b:
+            raise ValueError(f"batch of {n} does not split into workers of {b} images")
+        m = x.numel() // self.num_channels // (n // b)
+        if m < 2:
+            raise ValueError(f"each worker needs more than 1 value per channel, got {b} images of shape {tuple(x.shape[1:])}")
+        workers = x.reshape(n // b, b, *x.shape[1:])          # (workers, b, C, ...)
+        xhat, mean, var = normalize(workers, (1,) + tuple(range(3, workers.dim())), self.eps)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean.mean(0).flatten(), self.momentum)
+            self.running_var.lerp_((var * (m / (m - 1))).mean(0).flatten(), self.momentum)
+        return self._affine(xhat.reshape(x.shape))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", images_per_worker={self.images_per_worker}"
+
+
 # ============================================================================ helpers for the chapter
+
+
+def deep_mlp(depth: int, width: int, *, batchnorm: bool, activation: type[nn.Module] = nn.Sigmoid,
+             in_features: int = 784, num_classes: int = 10) -> nn.Sequential:
+    """``Flatten -> depth x [Linear -> (BatchNorm) -> activation] -> Linear``, PyTorch's default
+    initialization. Without BN the linear layers keep their bias; with BN the bias is BN's beta."""
+    if depth < 1 or width < 1:
+        raise ValueError(f"depth and width must be >= 1, got {depth}, {width}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    d = in_features
+    for _ in range(depth):
+        layers.append(nn.Linear(d, width, bias=not batchnorm))
+        if batchnorm:
+            layers.append(BatchNorm(width))
+        layers.append(activation())
+        d = width
+    layers.append(nn.Linear(d, num_classes))
+    return nn.Sequential(*layers)
+
+
+def small_cnn(norm: str, *, width: int = 8, images_per_worker: int | None = None,
+              groups: int = 4, in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
+    """Three 3x3 conv layers (``width``, ``2 width``, ``2 width`` channels), each followed by a
+    normalization (``make_norm(norm, ...)``) and ReLU; a 2x2 max pool after the first, global
+    average pooling and a linear classifier. ``images_per_worker`` turns batch norm into
+    ``PerWorkerBatchNorm``."""
+    def norm_layer(c: int) -> nn.Module:
+        if norm == "batch" and images_per_worker is not None:
+            return PerWorkerBatchNorm(c, images_per_worker)
+        return make_norm(norm, c, groups=groups)
+
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(in_channels, w, 3, padding=1, bias=False), norm_layer(w), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), norm_layer(2 * w), nn.ReLU(),
+        nn.Conv2d(2 * w, 2 * w, 3, padding=1, bias=False), norm_layer(2 * w), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * w, num_classes),
+    )
+
+
+class PreactivationRecorder:
+    """``fit`` callback: every ``every`` steps, test accuracy and the 15th/50th/85th percentiles of
+    one unit's input to the last hidden activation (``unit``), measured on ``(x, y)`` in eval mode
+    (Ioffe & Szegedy's Figure 1). Results in ``steps``, ``accuracy``, ``percentiles``."""
+
+    def __init__(self, x: Tensor, y: Tensor, *, every: int, unit: int = 0, qs=(15, 50, 85)):
+        self.x, self.y, self.every, self.unit, self.qs = x, y, every, unit, tuple(qs)
+        self.steps: list[int] = []
+        self.accuracy: list[float] = []
+        self.percentiles: list[list[float]] = []
+
+    def _record(self, state) -> None:
+        from .training import evaluate
+
+        model = state.model
+        activations = [m for m in model.modules() if isinstance(m, (nn.Sigmoid, nn.ReLU, nn.Tanh))]
+        if not activations:
+            raise ValueError("PreactivationRecorder needs a model with a Sigmoid/ReLU/Tanh activation")
+        seen: list[Tensor] = []
+        handle = activations[-1].register_forward_hook(lambda mod, inp, out: seen.append(inp[0][:, self.unit]))
+        try:
+            _, acc = evaluate(model, self.x, self.y, batch_size=len(self.x))
+        finally:
+            handle.remove()
+        self.steps.append(state.step)
+        self.accuracy.append(acc)
+        self.percentiles.append(percentiles(torch.cat(seen), self.qs))
+
+    def on_train_begin(self, state) -> None:
+        self._record(state)
+
+    def on_step_end(self, state) -> None:
+        if state.step % self.every == 0:
+            self._record(state)
+
+
+@torch.no_grad()
+def population_statistics(model: nn.Module, x: Tensor, *, batch_size: int = 1024) -> list[tuple[Tensor, Tensor]]:
+    """Mean and (unbiased) variance of every ``BatchNorm`` layer's input over all of ``x``, with
+    the model's current weights (eval mode): what the running averages estimate."""
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    sums = [None] * len(layers)
+
+    def hook(i):
+        def record(mod, inp, out):
+            v = inp[0].transpose(0, 1).reshape(mod.num_channels, -1).double()
+            s = torch.stack([v.sum(1), (v * v).sum(1), torch.full((mod.num_channels,), v.shape[1], dtype=torch.float64)])
+            sums[i] = s if sums[i] is None else sums[i] + s
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(x), batch_size):
+            model(x[i: i + batch_size])
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    stats = []
+    for s in sums:
+        total, total_sq, count = s
+        mean = total / count
+        var = (total_sq - count * mean ** 2) / (count - 1)
+        stats.append((mean.float(), var.float()))
+    return stats
 
 
 def make_norm(kind: str, num_channels: int, *, groups: int = 4) -> nn.Module:
@@ -418,6 +563,6 @@ __all__ = [
     "normalize_forward", "normalize_backward",
     "batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward",
     "groupnorm_forward", "groupnorm_backward", "instancenorm_forward", "instancenorm_backward",
-    "normalize", "BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm",
-    "make_norm", "shared_statistics_mask", "plot_normalization_axes", "percentiles",
+    "normalize", "BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "PerWorkerBatchNorm",
+    "make_norm", "deep_mlp", "small_cnn", "PreactivationRecorder", "population_statistics", "shared_statistics_mask", "plot_normalization_axes", "percentiles",
 ]

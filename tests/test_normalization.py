@@ -292,3 +292,58 @@ def test_shared_statistics_masks_are_the_lecture_axes():
     expected_gn = np.zeros(shape, bool); expected_gn[0, :2] = True
     for got, want in [(bn, expected_bn), (ln, expected_ln), (inorm, expected_in), (gn, expected_gn)]:
         np.testing.assert_array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- chapter helpers
+
+def test_per_worker_batchnorm_equals_torch_batchnorm_per_chunk():
+    from lecturelib.normalization import PerWorkerBatchNorm
+
+    gen = torch.Generator().manual_seed(3)
+    ours = PerWorkerBatchNorm(3, images_per_worker=2, momentum=0.2)
+    refs = [nn.BatchNorm2d(3, momentum=0.2) for _ in range(4)]
+    for _ in range(2):
+        x = torch.randn(8, 3, 4, 4, generator=gen) * 2 + 1
+        y = ours(x)
+        expected = torch.cat([ref(chunk) for ref, chunk in zip(refs, x.split(2))])
+        torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+    # the running averages are the mean of the workers' (linear in the statistics)
+    torch.testing.assert_close(ours.running_mean, torch.stack([r.running_mean for r in refs]).mean(0))
+    torch.testing.assert_close(ours.running_var, torch.stack([r.running_var for r in refs]).mean(0))
+    # one worker holding the whole batch is ordinary batch norm
+    whole, plain = PerWorkerBatchNorm(3, images_per_worker=8), BatchNorm(3)
+    torch.testing.assert_close(whole(x), plain(x))
+    with pytest.raises(ValueError, match="does not split into workers of 3"):
+        PerWorkerBatchNorm(3, images_per_worker=3)(x)
+
+
+def test_population_statistics_match_direct_computation():
+    from lecturelib.normalization import deep_mlp, population_statistics
+
+    torch.manual_seed(0)
+    model = deep_mlp(2, 5, batchnorm=True, in_features=6)
+    x = torch.randn(50, 6)
+    stats = population_statistics(model, x, batch_size=16)
+    first_input = model[1](model[0](x))  # Flatten -> Linear: what the first BatchNorm sees
+    torch.testing.assert_close(stats[0][0], first_input.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stats[0][1], first_input.var(0), atol=1e-5, rtol=1e-5)
+    assert len(stats) == 2
+
+
+def test_model_builders_and_recorder():
+    from lecturelib.normalization import PreactivationRecorder, deep_mlp, small_cnn
+    from lecturelib.training import fit
+
+    assert sum(isinstance(m, BatchNorm) for m in deep_mlp(4, 8, batchnorm=True)) == 4
+    assert not any(isinstance(m, BatchNorm) for m in deep_mlp(4, 8, batchnorm=False))
+    for kind in ("batch", "group", "layer", "instance", "none"):
+        assert small_cnn(kind)(torch.randn(4, 1, 14, 14)).shape == (4, 10)
+    x, y = torch.randn(40, 1, 4, 4), torch.randint(0, 10, (40,))
+    model = deep_mlp(2, 8, batchnorm=True, in_features=16)
+    rec = PreactivationRecorder(x, y, every=2)
+    fit(model, (x, y), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), batch_size=10,
+        epochs=1, progress=False, device="cpu")
+    fit(model, (x, y), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), batch_size=10,
+        epochs=1, progress=False, device="cpu", callbacks=[rec])
+    assert rec.steps == [0, 2, 4]
+    assert all(p[0] <= p[1] <= p[2] for p in rec.percentiles)
