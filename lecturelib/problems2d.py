@@ -186,7 +186,7 @@ def steps_to_reach(path: Tensor, problem: Problem2D, tol: float) -> int | None:
     return int(reached[0, 0]) if len(reached) else None
 
 
-def plot_paths(problem: Problem2D, paths: dict[str, Tensor], ax=None, *, levels: int = 30,
+def plot_paths(problem: Problem2D, paths: dict[str, Tensor], ax=None, *, levels: int = 15,
                title: str | None = None, markers: bool = False):
     """Contour lines of ``problem`` with each path drawn over them. Returns the axes."""
     import matplotlib.pyplot as plt
