@@ -423,6 +423,7 @@ def train_stacked(
     batch_size: int = 128,
     seeds: Sequence[int] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    make_scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
     device: torch.device | str | None = None,
 ) -> list[nn.Module]:
     """Train M same-architecture models in one pass: parameters stacked along a new leading
@@ -439,6 +440,8 @@ def train_stacked(
         make_optimizer: builds the optimizer over the list of stacked parameter tensors,
             e.g. ``lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)``.
         seeds: batch-order seed of each member (default ``0..M-1``).
+        make_scheduler: optional, builds a scheduler over that optimizer, stepped after every
+            optimizer step (as ``fit(..., scheduler_interval="step")``).
 
     Returns:
         M new trained models (the inputs are left untouched), in eval mode.
@@ -473,6 +476,7 @@ def train_stacked(
 
     batched_loss = vmap(member_loss)
     optimizer = make_optimizer(list(params.values()))
+    scheduler = make_scheduler(optimizer) if make_scheduler is not None else None
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     n = len(x)
     for _ in range(epochs):
@@ -483,6 +487,8 @@ def train_stacked(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
     trained = []
     for m, model in enumerate(copies):
         with torch.no_grad():

@@ -337,20 +337,23 @@ def test_averaged_evaluation_callback():
 
 # ----------------------------------------------------------------------------- torch.func
 
-@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+@pytest.mark.parametrize("opt_name", ["sgd", "adam", "sgd+cosine"])
 def test_train_stacked_equals_sequential_fit(opt_name):
     x, y = blobs(150)
     make = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
-            "adam": lambda ps: torch.optim.Adam(ps, lr=1e-2)}[opt_name]
+            "adam": lambda ps: torch.optim.Adam(ps, lr=1e-2),
+            "sgd+cosine": lambda ps: torch.optim.SGD(ps, lr=0.2, momentum=0.9)}[opt_name]
+    sched = (lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 15)) if "cosine" in opt_name else None
     models = [mlp(s) for s in range(3)]
     seeds = [10, 11, 12]
     stacked = train_stacked(models, (x, y), make_optimizer=make, epochs=3, batch_size=32,
-                            seeds=seeds, device="cpu")
+                            seeds=seeds, make_scheduler=sched, device="cpu")
     for model, seed, got in zip(models, seeds, stacked):
         ref = mlp(0)
         ref.load_state_dict(model.state_dict())
-        fit(ref, (x, y), optimizer=make(list(ref.parameters())), epochs=3, batch_size=32,
-            seed=seed, device="cpu", progress=False)
+        opt = make(list(ref.parameters()))
+        fit(ref, (x, y), optimizer=opt, epochs=3, batch_size=32, seed=seed, device="cpu",
+            scheduler=sched(opt) if sched else None, progress=False)
         for a, b in zip(got.parameters(), ref.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(got[0].weight, model[0].weight)  # inputs untouched, copies trained
