@@ -539,7 +539,7 @@ def plot_normalization_axes(masks: dict[str, np.ndarray], *, axes=None):
     import matplotlib.pyplot as plt
 
     if axes is None:
-        fig = plt.figure(figsize=(3.2 * len(masks), 3.4))
+        fig = plt.figure(figsize=(3.6 * len(masks), 3.6))
         axes = [fig.add_subplot(1, len(masks), i + 1, projection="3d") for i in range(len(masks))]
     for ax, (title, mask) in zip(axes, masks.items()):
         n, c = mask.shape[:2]
@@ -548,7 +548,8 @@ def plot_normalization_axes(masks: dict[str, np.ndarray], *, axes=None):
         colors = np.where(block[..., None], np.array([0.12, 0.47, 0.71, 0.9]),
                           np.array([0.85, 0.85, 0.85, 0.25]))
         ax.voxels(filled, facecolors=colors, edgecolor=(0.3, 0.3, 0.3, 0.3), linewidth=0.3)
-        ax.set(xlabel="N", ylabel="C", zlabel="H, W", title=title, xticks=[], yticks=[], zticks=[])
+        ax.set(xlabel="N", ylabel="C", title=title, xticks=[], yticks=[], zticks=[])
+        ax.set_zlabel("H·W", labelpad=-8)
         ax.view_init(elev=20, azim=-60)
     return axes
 
