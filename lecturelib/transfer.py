@@ -440,7 +440,8 @@ def new_head(model: nn.Module, n_classes: int, generator: torch.Generator) -> nn
 
 def transfer_strategy(strategy: str, source: nn.Module, train: Data, test: Data, *,
                       n_classes: int, steps: int = 200, lr: float = 1e-3, body_lr_scale: float = 0.1,
-                      last: int = 2, stage: str = "fc", l2: float = 1e-3, batch_size: int = 64,
+                      last: int = 2, stage: str = "fc", l2: float = 1e-3, max_iter: int = 200,
+                      batch_size: int = 64,
                       seed: int = 0, device=None, build=None) -> float:
     """Test accuracy of one transfer strategy from ``source`` to the target ``(train, test)``.
 
@@ -449,7 +450,7 @@ def transfer_strategy(strategy: str, source: nn.Module, train: Data, test: Data,
     - ``"finetune-all"``: new head at ``lr``, every earlier stage trained at ``lr * body_lr_scale``.
     - ``"scratch"``: the same architecture (``build()``, default a ``SourceCNN``), random init.
 
-    Trained strategies use AdamW for ``steps`` steps of ``batch_size`` (fewer if the data are
+    ``l2`` and ``max_iter`` are the linear probe's. Trained strategies use AdamW for ``steps`` steps of ``batch_size`` (fewer if the data are
     smaller), batches seeded by ``seed``.
     """
     if strategy not in STRATEGIES:
@@ -457,7 +458,7 @@ def transfer_strategy(strategy: str, source: nn.Module, train: Data, test: Data,
     gen = torch.Generator().manual_seed(seed)
     if strategy == "linear":
         probe = fit_linear_probe(extract_features(source, train[0], stage), train[1].cpu(),
-                                 n_classes=n_classes, l2=l2)
+                                 n_classes=n_classes, l2=l2, max_iter=max_iter)
         return probe_accuracy(probe, extract_features(source, test[0], stage), test[1].cpu())
     if strategy == "scratch":
         if build is None:
