@@ -89,7 +89,9 @@ class Browser:
             except OSError:
                 time.sleep(0.1)
         page = next(t for t in tabs if t.get("type") == "page")
-        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60)
+        # No Origin header: Chromium 111+ rejects DevTools connections from an unlisted origin,
+        # and requests without one are what its own clients send.
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
         self.next_id = 0
         self.events: list[dict] = []
         for domain in ("Page", "Runtime", "Log", "Network"):
