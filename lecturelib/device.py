@@ -68,6 +68,17 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator
     return torch.Generator().manual_seed(seed)
 
 
+def _cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else ``platform.processor()``."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment() -> dict[str, str]:
     """Versions and hardware, for the record a chapter or benchmark prints."""
     dev = best_device()
@@ -79,6 +90,9 @@ def environment() -> dict[str, str]:
         "device": str(dev),
         "scale": scale(),
         "cpu_threads": str(torch.get_num_threads()),
+        "cpu": _cpu_name(),
+        # the SIMD level torch's CPU kernels use: results of a long run differ between levels
+        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")(),
     }
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)

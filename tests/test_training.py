@@ -200,3 +200,12 @@ def test_fit_trains_on_real_fashion_mnist():
     hist = fit(model, (x, y), optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), epochs=3,
                val=(xt, yt), device="cpu", progress=False)
     assert hist.val_acc[-1] > 0.75  # a small MLP on 3k images; chance is 0.10
+
+
+def test_environment_names_the_hardware_behind_the_numbers():
+    from lecturelib.device import environment
+
+    env = environment()
+    for key in ("python", "torch", "device", "scale", "cpu_threads", "cpu", "cpu_capability"):
+        assert isinstance(env[key], str) and env[key], key
+    assert env["torch"] == torch.__version__
